@@ -35,6 +35,8 @@ def execute_notebook(path: Path, out_dir: Path, figures_dir: Path, timeout: int 
     notebook = nbformat.read(path, as_version=4)
     # The kernel inherits this process's environment: point figure saving at the build folder.
     os.environ["LABKIT_FIGURES_DIR"] = str(figures_dir)
+    # No widget frontend runs here: widgets draw their static form into the saved copies.
+    os.environ["LABKIT_STATIC"] = "1"
     client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
