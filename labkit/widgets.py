@@ -196,8 +196,9 @@ def _audio(audio: Any, sr: Any, normalize: bool, title: str | None) -> _Audio:
 
 
 def _audio_widget(audio: Any, sr: Any, normalize: bool) -> Any:
+    # Full width of its column: a fixed-width player overflows narrow columns in compare().
     return widgets.Audio(value=_audio(audio, sr, normalize, None).data, format="wav",
-                         autoplay=False, loop=False)
+                         autoplay=False, loop=False, layout=widgets.Layout(width="100%"))
 
 
 def _title_widget(title: str) -> Any:
