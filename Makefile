@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.labkit-installed
+# Jupyter refuses to run as root unless told; containers and cloud machines often are root.
+ROOT_FLAG = $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .PHONY: lab test course exercises bench clean install
 
@@ -18,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks
+	$(BIN)/jupyter lab $(ROOT_FLAG) --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks
 
 test: $(STAMP)
 	LABKIT_FAST=$${LABKIT_FAST:-1} $(BIN)/python -m pytest
