@@ -103,10 +103,64 @@ def run_grade(args: argparse.Namespace) -> int:
     return 0 if all(r.passed for r in results) else 1
 
 
+# --- labkit train <model> ---------------------------------------------------------------------
+
+# Training commands: name -> (module, function(argv) -> exit status, help). Each module parses its
+# own options, so that `labkit --help` stays fast (no torch import) and a model's options live
+# beside its training code.
+TRAIN_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "superres": ("labkit.superres", "cli_train_main",
+                 "notebook 05: diffusion audio super-resolution (11.025 -> 44.1 kHz)"),
+}
+
+
+def add_train(subparsers: argparse._SubParsersAction) -> None:
+    """``labkit train MODEL [options]`` (``labkit train MODEL --help`` lists the options)."""
+    p = subparsers.add_parser(
+        "train", help="train one of the course's models",
+        description="Train a model of the course from the command line; "
+                    "`labkit train MODEL --help` lists its options.")
+    models = p.add_subparsers(dest="model", metavar="MODEL", required=True)
+    for name, (_, _, help_text) in TRAIN_COMMANDS.items():
+        # No option prefix of its own: every argument, "--help" included, goes to the model.
+        q = models.add_parser(name, help=help_text, add_help=False, prefix_chars="\x00")
+        q.add_argument("options", nargs=argparse.REMAINDER)
+    p.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Hand the options to the chosen model's training command."""
+    import importlib
+
+    module, function, _ = TRAIN_COMMANDS[args.model]
+    return getattr(importlib.import_module(module), function)(args.options)
+
+
+# --- labkit upsample IN --model CKPT --out OUT -----------------------------------------------
+
+def add_upsample(subparsers: argparse._SubParsersAction) -> None:
+    """``labkit upsample IN --model CKPT --out OUT [...]`` (options in :mod:`labkit.superres`)."""
+    p = subparsers.add_parser(
+        "upsample", help="restore the high band of band-limited audio (diffusion model)",
+        add_help=False, prefix_chars="\x00",
+        description="`labkit upsample --help` lists the options.")
+    p.add_argument("options", nargs=argparse.REMAINDER)
+    p.set_defaults(func=run_upsample)
+
+
+def run_upsample(args: argparse.Namespace) -> int:
+    """Upsample a file (see :func:`labkit.superres.cli_upsample_main`)."""
+    from labkit.superres import cli_upsample_main
+
+    return cli_upsample_main(args.options)
+
+
 # Subcommand registration functions, in the order `labkit --help` lists them.
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_grade,
     add_make_exercises,
+    add_train,
+    add_upsample,
 ]
 
 
