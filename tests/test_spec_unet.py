@@ -78,6 +78,7 @@ def test_registry_round_trip():
     ({"kernel_size": 1}, "kernel_size=1"),
     ({"norm": "layer"}, "norm='layer'"),
     ({"dropout": 1.0}, "dropout=1.0"),
+    ({"log_floor": 0.0}, "log_floor=0.0"),
 ])
 def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(LabkitError, match=message.replace("(", r"\(")):
@@ -140,6 +141,9 @@ def test_log_input_feeds_log1p_to_the_network():
     logged.load_state_dict(plain.state_dict())
     x = torch.rand(1, 24, 16) * 50
     torch.testing.assert_close(logged(x), plain(torch.log1p(x)))
+    floored = tiny(log_input=True, log_floor=0.01).eval()
+    floored.load_state_dict(plain.state_dict())
+    torch.testing.assert_close(floored(x), plain(torch.log1p(x / 0.01)))
 
 
 # ----------------------------------------------------------------------------------- gradients

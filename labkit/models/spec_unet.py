@@ -127,7 +127,9 @@ class SpecUNet(nn.Module):
             last, the paper's choice, and what makes training work).
         dropout: dropout probability in the first ``dropout_layers`` decoder blocks (paper: 0.5
             in 3).
-        log_input: feed ``log1p(magnitude)`` to the network instead of the magnitude.
+        log_input: feed ``log(1 + magnitude / log_floor)`` to the network instead of the
+            magnitude (``log_floor = 1``: ``log1p``). Magnitudes well below ``log_floor`` all
+            look like silence to the network; those above it are compressed like decibels.
         negative_slope: of the LeakyReLUs (0.2 in the paper).
 
     ``forward(magnitude)``: ``(batch, bins, frames)`` or ``(batch, channels, bins, frames)``,
@@ -136,7 +138,8 @@ class SpecUNet(nn.Module):
 
     def __init__(self, levels: int = 4, base_channels: int = 32, kernel_size: int = 5,
                  norm: str | None = None, dropout: float = 0.0, dropout_layers: int = 3,
-                 log_input: bool = False, negative_slope: float = 0.2) -> None:
+                 log_input: bool = False, log_floor: float = 1.0,
+                 negative_slope: float = 0.2) -> None:
         super().__init__()
         if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
             raise LabkitError(f"SpecUNet: levels={levels!r}; expected a whole number >= 1 (the "
@@ -150,10 +153,13 @@ class SpecUNet(nn.Module):
                               ">= 2 (the paper uses 5)")
         if norm not in NORMS:
             raise LabkitError(f"SpecUNet: norm={norm!r}; use None (no normalisation) or 'batch'")
+        if not log_floor > 0:
+            raise LabkitError(f"SpecUNet: log_floor={log_floor!r}; expected a positive magnitude")
         if not 0.0 <= dropout < 1.0:
             raise LabkitError(f"SpecUNet: dropout={dropout!r}; expected a probability in [0, 1)")
         self.levels = levels
         self.log_input = bool(log_input)
+        self.log_floor = float(log_floor)
         widths = [base_channels * 2 ** i for i in range(levels)]
         self.encoder = nn.ModuleList(
             EncoderBlock(c_in, c_out, kernel_size, norm, negative_slope)
@@ -198,7 +204,7 @@ class SpecUNet(nn.Module):
         pad_bins = -bins % self.multiple
         pad_frames = -frames % self.multiple
         if self.log_input:
-            x = torch.log1p(x.clamp_min(0))
+            x = torch.log1p(x.clamp_min(0) / self.log_floor)
         x = F.pad(x, (0, pad_frames, 0, pad_bins))
         skips = []
         for block in self.encoder:
