@@ -2,6 +2,7 @@
 #   make lab     install everything into .venv and open the course in JupyterLab
 #   make test    install everything into .venv and run the whole test suite (fast mode)
 #   make course  execute every notebook headless; executed copies, HTML and figures under build/
+#   make report  redraw the report figures from saved metrics (benchmarks/results, runs/), no training
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
@@ -9,7 +10,7 @@ STAMP   = $(VENV)/.labkit-installed
 # Jupyter refuses to run as root unless told; containers and cloud machines often are root.
 ROOT_FLAG = $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: lab test course exercises bench clean install
+.PHONY: lab test course report exercises bench clean install
 
 install: $(STAMP)
 
@@ -27,6 +28,9 @@ test: $(STAMP)
 
 course: $(STAMP)
 	$(BIN)/python -m labkit.course --out build
+
+report: $(STAMP)
+	$(BIN)/python -m labkit.report --run runs --out build/figures
 
 exercises: $(STAMP)
 	$(BIN)/python -m labkit make-exercises

@@ -2,7 +2,8 @@
 
 ``python -m labkit.course --out build`` (``make course``) runs each lecture notebook top to bottom
 (full mode unless ``LABKIT_FAST=1``), writes the executed copy to ``build/notebooks/``, an HTML
-copy to ``build/html/`` and lets the notebooks save their figures to ``build/figures/``.
+copy to ``build/html/`` and lets the notebooks save their figures to ``build/figures/``; then it
+redraws the benchmark figures from ``benchmarks/results/*.json`` there (:mod:`labkit.report`).
 """
 from __future__ import annotations
 
@@ -68,6 +69,11 @@ def build_course(out: str | Path = "build", notebooks: list[Path] | None = None)
         status = "ok" if run.error is None else f"FAILED: {run.error}"
         print(f"[course] {path.name}: {run.seconds:.1f} s, {status}", flush=True)
         runs.append(run)
+    if notebooks is None:
+        # the benchmark figures of the report, redrawn from benchmarks/results (no training)
+        from labkit.report import regenerate
+
+        regenerate(results_dir="auto", out=figures_dir)
     figures = sorted(figures_dir.glob("*.png"))
     print(f"[course] {len(figures)} figures in {figures_dir}")
     return runs

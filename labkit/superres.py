@@ -848,10 +848,12 @@ def upsample_file(path: str | os.PathLike, model: Any, out: str | os.PathLike, *
 
 
 def load_upsampler(checkpoint: str | os.PathLike, config: Mapping[str, Any] | None = None,
-                   **settings: Any) -> Upsampler:
+                   device: Any = None, **settings: Any) -> Upsampler:
     """An :class:`Upsampler` for the model in ``checkpoint`` with the ``inference`` settings of
-    ``config`` (default :func:`load_config`); keyword ``settings`` override them."""
+    ``config`` (default :func:`load_config`); keyword ``settings`` override them. The model goes
+    to ``device`` (default :func:`labkit.device`: the GPU when there is one)."""
     from labkit.checkpoint import load_model
+    from labkit.core import device as default_device
     from labkit.models import diffusion  # noqa: F401 - registers the model (no other imports)
 
     config = config if config is not None else load_config()
@@ -860,7 +862,8 @@ def load_upsampler(checkpoint: str | os.PathLike, config: Mapping[str, Any] | No
                "eta": inference["eta"], "griffin_lim_iters": inference["griffin_lim_iters"],
                "seed": inference["seed"]}
     options.update({k: v for k, v in settings.items() if v is not None})
-    model = load_model(checkpoint, expected_model="superres_diffusion")
+    model = load_model(checkpoint, expected_model="superres_diffusion",
+                       map_location=device if device is not None else default_device())
     return Upsampler(model, **options)
 
 
@@ -1117,6 +1120,7 @@ def add_upsample_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--config", type=Path, default=None,
                         help="YAML whose inference section sets the other defaults")
+    parser.add_argument("--cpu", action="store_true", help="use the CPU even when a GPU is there")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -1128,7 +1132,8 @@ def run_upsample(args: argparse.Namespace) -> int:
         raise LabkitError(f"--steps {args.steps}: give at least 1")
     if not args.input.is_file():
         raise AudioError(f"'{args.input}' does not exist")
-    upsampler = load_upsampler(args.model, config, steps=args.steps,
+    upsampler = load_upsampler(args.model, config, device="cpu" if args.cpu else None,
+                               steps=args.steps,
                                guidance_scale=args.guidance, seed=args.seed)
     started = time.perf_counter()
     out = upsample_file(args.input, upsampler, args.out, chunk_seconds=args.chunk_seconds,
