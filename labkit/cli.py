@@ -12,7 +12,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from labkit.atoms.runs import add_fit_atoms
 from labkit.errors import LabkitError
+from labkit.report import add_report
 
 
 def _default_dir(name: str) -> Path:
@@ -109,6 +111,12 @@ def run_grade(args: argparse.Namespace) -> int:
 # own options, so that `labkit --help` stays fast (no torch import) and a model's options live
 # beside its training code.
 TRAIN_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "specunet": ("labkit.vocals", "cli_main",
+                 "notebook 02: the spectrogram U-Net for vocals (masked L1 on STFT magnitudes)"),
+    "pretrained": ("labkit.pretrained", "cli_main",
+                   "rebuild a shipped model of data/models (fixed recipe, updates the manifest)"),
+    "waveunet": ("labkit.stems", "train_cli",
+                 "notebook 03: the waveform U-Net for vocals, drums, bass and other"),
     "superres": ("labkit.superres", "cli_train_main",
                  "notebook 05: diffusion audio super-resolution (11.025 -> 44.1 kHz)"),
 }
@@ -136,6 +144,49 @@ def run_train(args: argparse.Namespace) -> int:
     return getattr(importlib.import_module(module), function)(args.options)
 
 
+# --- labkit finetune ----------------------------------------------------------------------------
+
+def add_finetune(subparsers: argparse._SubParsersAction) -> None:
+    """``labkit finetune SONG --vocals V.wav [...]`` (options in :mod:`labkit.finetune`)."""
+    from labkit.finetune import add_cli_arguments
+
+    p = subparsers.add_parser(
+        "finetune", help="fine-tune a separator on one song, then separate all of it",
+        description="Fine-tune a shipped separator (or a checkpoint) on the first part of SONG "
+                    "with the stems you have, score it on the held-out rest beside the shipped "
+                    "model and the oracle, and write <out>/<name>_separated/<name>_<stem>.wav. "
+                    "Without stems there is nothing to fine-tune on: the shipped model separates "
+                    "the song as it is.")
+    add_cli_arguments(p)
+    p.set_defaults(func=run_finetune)
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    """Fine-tune on one song and separate it (see :func:`labkit.finetune.cli_main`)."""
+    from labkit.finetune import cli_main
+
+    return cli_main(args)
+
+
+# --- labkit separate FILE --------------------------------------------------------------------
+
+def add_separate(subparsers: argparse._SubParsersAction) -> None:
+    """``labkit separate FILE [--model CKPT] [--out DIR]`` (options in :mod:`labkit.stems`)."""
+    p = subparsers.add_parser(
+        "separate", help="separate an audio file into stems with a trained model",
+        add_help=False, prefix_chars="\x00",
+        description="`labkit separate --help` lists the options.")
+    p.add_argument("options", nargs=argparse.REMAINDER)
+    p.set_defaults(func=run_separate)
+
+
+def run_separate(args: argparse.Namespace) -> int:
+    """Separate a file (see :func:`labkit.stems.separate_cli`)."""
+    from labkit.stems import separate_cli
+
+    return separate_cli(args.options)
+
+
 # --- labkit upsample IN --model CKPT --out OUT -----------------------------------------------
 
 def add_upsample(subparsers: argparse._SubParsersAction) -> None:
@@ -160,7 +211,11 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_grade,
     add_make_exercises,
     add_train,
+    add_finetune,
+    add_separate,
     add_upsample,
+    add_fit_atoms,
+    add_report,
 ]
 
 
