@@ -28,7 +28,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from torch import Tensor, nn
 
 from labkit.errors import CheckpointError, DataError, LabkitError
 from labkit.models.wave_unet import STEMS
+from labkit.train import TrainResult
 
 __all__ = [
     "DEFAULT_WORKDIR", "ORACLE_STFT", "RECIPE", "SDR_TITLE", "SEPARATOR_MODELS", "STEMS",
@@ -137,28 +137,6 @@ def segment_loaders(root: Any = None, *, segment_seconds: float = 2.0, batch_siz
 
 
 # ----------------------------------------------------------------------------------- training
-@dataclass
-class TrainResult:
-    """What :func:`train_waveunet` returns.
-
-    ``model``: the network with the weights of the lowest validation loss (else the last ones), in
-    eval mode; ``history``: the Trainer's; ``workdir``; ``steps``; ``seconds``: training wall
-    time (resumed sessions included); ``stopped_by``: "budget", "max_steps" or "stopped";
-    ``settings``: the options of the run.
-    """
-
-    model: nn.Module
-    history: dict[str, list]
-    workdir: Path
-    steps: int
-    seconds: float
-    stopped_by: str
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def steps_per_second(self) -> float:
-        """Training steps per second of wall time."""
-        return self.steps / self.seconds if self.seconds > 0 else math.nan
 
 
 _UNLIMITED_STEPS = 10**7

@@ -38,6 +38,7 @@ import re
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ from labkit.core import run_manifest, seed_everything
 from labkit.errors import CheckpointError, LabkitError
 from labkit.models import _plain, model_config
 
-__all__ = ["History", "NonFiniteLossError", "Trainer", "evaluate_loss"]
+__all__ = ["History", "NonFiniteLossError", "TrainResult", "Trainer", "evaluate_loss"]
 
 StepFn = Callable[[nn.Module, Any, torch.device], torch.Tensor]
 Callback = Callable[["Trainer", str, dict[str, Any]], None]
@@ -326,6 +327,33 @@ def _build_scheduler(schedule: str | Callable | None, optimizer: torch.optim.Opt
 
 
 # ----------------------------------------------------------------------------------- trainer
+@dataclass
+class TrainResult:
+    """What a course training function returns (:func:`labkit.stems.train_waveunet`,
+    :func:`labkit.vocals.train_spec_unet`).
+
+    ``model``: the network with the weights of the lowest validation loss (else the last ones), in
+    eval mode; ``history``: the Trainer's; ``workdir``; ``steps``; ``seconds``: training wall time
+    (resumed sessions included); ``stopped_by``: "budget", "max_steps", "epochs" or "stopped";
+    ``settings``: the options of the run; ``separator``: the model wrapped for whole songs, where
+    the model needs a wrapper for that (the spectrogram U-Net), else None.
+    """
+
+    model: nn.Module
+    history: dict[str, list]
+    workdir: Path
+    steps: int
+    seconds: float
+    stopped_by: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    separator: nn.Module | None = None
+
+    @property
+    def steps_per_second(self) -> float:
+        """Training steps per second of wall time."""
+        return self.steps / self.seconds if self.seconds > 0 else math.nan
+
+
 class Trainer:
     """Train ``model`` on ``train_data``; see the module docstring for the run folder.
 

@@ -19,10 +19,8 @@ The pieces around :mod:`labkit.models.spec_unet`:
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from labkit.errors import DataError, LabkitError
 from labkit.models.spec_unet import SpecUNet, SpecUNetSeparator, masked_l1_loss
+from labkit.train import TrainResult
 
 __all__ = [
     "HOP_LENGTH", "N_FFT", "PATCH_FRAMES", "RECIPE", "SAMPLE_RATE", "SOURCES", "BudgetStop",
@@ -180,28 +179,6 @@ def spec_unet_step(model: nn.Module, batch: tuple[Tensor, Tensor], device: torch
 
 
 # ----------------------------------------------------------------------------------- training
-@dataclass
-class TrainResult:
-    """What :func:`train_spec_unet` returns.
-
-    ``model``: the U-Net with the weights of the lowest validation loss (else the last ones);
-    ``separator``: it wrapped for whole songs; ``history``: the Trainer's; ``workdir``; ``steps``;
-    ``seconds``: training wall time; ``stopped_by``: "budget", "max_steps", "epochs", ...
-    """
-
-    model: SpecUNet
-    separator: SpecUNetSeparator
-    history: dict[str, list]
-    workdir: Path
-    steps: int
-    seconds: float
-    stopped_by: str
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def steps_per_second(self) -> float:
-        """Training steps per second of wall time."""
-        return self.steps / self.seconds if self.seconds > 0 else math.nan
 
 
 _UNBOUNDED_EPOCHS = 10**9  # the Trainer needs a stopping rule; with a budget the clock stops it
