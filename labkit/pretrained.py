@@ -344,6 +344,17 @@ RECIPES: dict[str, dict[str, Any]] = {
                        "256, 4 levels, 32->108 channels, batch norm) at 22.05 kHz, stereo: "
                        "vocals, drums, bass, other",
     },
+    "stems-44k": {
+        "kind": "wave_unet", "steps": 1000, "batch_size": 8, "lr": 1e-3,
+        "segment_seconds": 2.0, "defaults": (),
+        "config": {"sources": ["vocals", "drums", "bass", "other"], "channels": 2,
+                   "sample_rate": 44100, "filter_length": 1024, "stride": 512,
+                   "n_filters": 1024, "filterbank_init": "stft", "depth": 4, "width": 32,
+                   "growth": 1.5, "kernel_size": 5, "norm": "batch", "chunk_seconds": 8.0},
+        "description": "waveform U-Net of notebook 03 (STFT-initialised 1024-filter bank at hop "
+                       "512, 4 levels, 32->108 channels, batch norm) at 44.1 kHz, stereo: "
+                       "vocals, drums, bass, other (the full band; twice the work of stems-22k)",
+    },
 }
 """How each shipped model is trained by ``labkit train pretrained NAME`` (on toy-MUSDB "full")."""
 
