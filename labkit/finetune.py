@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -648,14 +647,9 @@ def _budget_callback(seconds: float, clock: str) -> Callable[[Any, str, dict[str
     """A Trainer callback that stops the run after ``seconds`` of ``clock`` time: "wall" (the
     Trainer's training time) or "process" (this process's CPU time, all threads together; on a
     shared machine this is the compute actually received)."""
-    start = time.process_time()
+    from labkit.train import TimeBudget
 
-    def stop_when_spent(trainer: Any, event: str, info: dict[str, Any]) -> None:
-        spent = trainer.elapsed if clock == "wall" else time.process_time() - start
-        if event == "log" and spent >= seconds:
-            trainer.request_stop()
-
-    return stop_when_spent
+    return TimeBudget(seconds, clock, per_thread=False, finish=False)
 
 
 def finetune(model: Any, song: Song, split: TimeSplit | None = None, *,

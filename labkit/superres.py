@@ -424,12 +424,11 @@ class TrainResult:
 
 
 def budget_callback(seconds: float) -> Callable[[Any, str, dict[str, Any]], None]:
-    """A Trainer callback that asks the run to stop once ``seconds`` of training have passed."""
-    def stop_when_spent(trainer: Any, event: str, info: dict[str, Any]) -> None:
-        if event == "log" and trainer.elapsed >= seconds:
-            trainer.request_stop()
+    """A Trainer callback that asks the run to stop once ``seconds`` of training have passed
+    (a wall-clock :class:`labkit.train.TimeBudget` that stops after the current step)."""
+    from labkit.train import TimeBudget
 
-    return stop_when_spent
+    return TimeBudget(seconds, "wall", finish=False)
 
 
 def _datasets(config: Mapping[str, Any]) -> tuple[SuperResSegments, SuperResSegments]:

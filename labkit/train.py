@@ -60,7 +60,8 @@ from labkit.core import run_manifest, seed_everything
 from labkit.errors import CheckpointError, LabkitError
 from labkit.models import _plain, model_config
 
-__all__ = ["History", "NonFiniteLossError", "TrainResult", "Trainer", "evaluate_loss"]
+__all__ = ["History", "NonFiniteLossError", "TimeBudget", "TrainResult", "Trainer",
+           "evaluate_loss"]
 
 StepFn = Callable[[nn.Module, Any, torch.device], torch.Tensor]
 Callback = Callable[["Trainer", str, dict[str, Any]], None]
@@ -327,6 +328,46 @@ def _build_scheduler(schedule: str | Callable | None, optimizer: torch.optim.Opt
 
 
 # ----------------------------------------------------------------------------------- trainer
+class TimeBudget:
+    """A Trainer callback that ends the run once ``seconds`` of training have passed.
+
+    The clock is read at each history entry (every ``log_every`` steps). ``clock="wall"`` counts
+    the Trainer's training time (resumed sessions included); ``clock="process"`` counts this
+    process's CPU time since the callback was made, divided by torch's CPU threads when
+    ``per_thread`` (on a machine shared with other jobs, about the wall time the same work takes
+    on an idle one) or summed over them (the compute actually received).
+    ``finish=True`` ends the run as reaching ``max_steps`` would (the Trainer still validates,
+    updates ``best.pt`` and writes ``final.pt``); ``finish=False`` asks it to stop after the
+    current step (:meth:`Trainer.request_stop`). ``fired`` tells whether the budget ended the run.
+    """
+
+    def __init__(self, seconds: float, clock: str = "wall", *, per_thread: bool = True,
+                 finish: bool = True) -> None:
+        if clock not in ("wall", "process"):
+            raise LabkitError(f"{type(self).__name__}: clock={clock!r}; use 'wall' or 'process'")
+        self.seconds = float(seconds)
+        self.clock = clock
+        self.per_thread = per_thread
+        self.finish = finish
+        self.fired = False
+        self._cpu_start = time.process_time()
+
+    def spent(self, trainer: Any) -> float:
+        """Seconds of the budget used so far, on this callback's clock."""
+        if self.clock == "wall":
+            return float(trainer.elapsed)
+        cpu = time.process_time() - self._cpu_start
+        return cpu / torch.get_num_threads() if self.per_thread else cpu
+
+    def __call__(self, trainer: Any, event: str, info: dict[str, Any]) -> None:
+        if event == "log" and not self.fired and self.spent(trainer) >= self.seconds:
+            self.fired = True
+            if self.finish:
+                trainer.max_steps = trainer.step
+            else:
+                trainer.request_stop()
+
+
 @dataclass
 class TrainResult:
     """What a course training function returns (:func:`labkit.stems.train_waveunet`,

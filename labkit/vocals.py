@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from labkit.errors import DataError, LabkitError
 from labkit.models.spec_unet import SpecUNet, SpecUNetSeparator, masked_l1_loss
-from labkit.train import TrainResult
+from labkit.train import TimeBudget, TrainResult
 
 __all__ = [
     "HOP_LENGTH", "N_FFT", "PATCH_FRAMES", "RECIPE", "SAMPLE_RATE", "SOURCES", "BudgetStop",
@@ -184,37 +184,9 @@ def spec_unet_step(model: nn.Module, batch: tuple[Tensor, Tensor], device: torch
 _UNBOUNDED_EPOCHS = 10**9  # the Trainer needs a stopping rule; with a budget the clock stops it
 
 
-class BudgetStop:
-    """A Trainer callback that ends the run once ``seconds`` of training have passed.
-
-    It ends the run as reaching ``max_steps`` would (by setting the trainer's ``max_steps`` to
-    the current step), so the Trainer still validates, updates ``best.pt`` and writes
-    ``final.pt``. The clock is read at each history entry (every ``log_every`` steps).
-    ``clock="wall"`` counts the Trainer's training time (resumed sessions included);
-    ``clock="process"`` counts this process's CPU time since the callback was made, divided by
-    torch's CPU threads: on a machine shared with other jobs, that is about the wall time the
-    same work takes on an idle one (optimistic where the threads would not all be busy).
-    ``fired`` tells whether the budget ended the run.
-    """
-
-    def __init__(self, seconds: float, clock: str = "wall") -> None:
-        if clock not in ("wall", "process"):
-            raise LabkitError(f"BudgetStop: clock={clock!r}; use 'wall' or 'process'")
-        self.seconds = float(seconds)
-        self.clock = clock
-        self.fired = False
-        self._cpu_start = time.process_time()
-
-    def spent(self, trainer: Any) -> float:
-        """Seconds of the budget used so far, on this callback's clock."""
-        if self.clock == "wall":
-            return float(trainer.elapsed)
-        return (time.process_time() - self._cpu_start) / torch.get_num_threads()
-
-    def __call__(self, trainer: Any, event: str, info: dict[str, Any]) -> None:
-        if event == "log" and not self.fired and self.spent(trainer) >= self.seconds:
-            self.fired = True
-            trainer.max_steps = trainer.step
+BudgetStop = TimeBudget
+"""The wall-clock (or per-thread CPU) training budget of :func:`train_spec_unet`: see
+:class:`labkit.train.TimeBudget` (it ends the run as reaching ``max_steps`` would)."""
 
 
 def _split_tracks(root: Any, songs: int | None, split: str) -> list[Any]:
