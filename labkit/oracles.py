@@ -28,7 +28,8 @@ from labkit.metrics import aggregate, sdr, sdr_fast, si_sdr, snr
 
 __all__ = [
     "MASK_KINDS", "METRICS", "Oracle", "do_nothing", "evaluate_tracks", "oracle",
-    "oracle_masks", "oracle_separation", "report_data", "separation_report", "targets_for",
+    "oracle_masks", "oracle_separation", "oracle_separation_at", "report_data",
+    "sample_mask_oracle", "separation_report", "targets_for",
 ]
 
 MASK_KINDS: dict[str, float | None] = {"irm1": 1.0, "irm2": 2.0, "ibm": None}
@@ -134,6 +135,45 @@ def oracle_separation(stems: Any, kind: str = "irm2", n_fft: int = 4096, hop_len
         estimate = istft(masks * mixture, n_fft=n_fft, hop_length=hop_length, length=length)
         out[:, c] = estimate.to(torch.float32).numpy()
     return out
+
+
+def oracle_separation_at(stems: Any, sr: int, rate: int, kind: str = "irm2", n_fft: int = 4096,
+                         hop_length: int = 1024) -> np.ndarray:
+    """:func:`oracle_separation` computed at another sample rate: the stems (at ``sr``) are
+    resampled to ``rate``, separated with an ``n_fft``/``hop_length`` STFT there and brought
+    back to ``sr``. The oracle of a model that works at ``rate`` (its STFT, its band).
+
+    ``stems``: ``(sources, channels, samples)``; returns float32 estimates of the same shape.
+    """
+    from labkit.audio import resample
+
+    _check_stems(stems)
+    stems = np.asarray(stems, dtype=np.float32)
+    sources, channels, length = stems.shape
+    low = resample(stems.reshape(-1, length), sr, rate)
+    estimate = oracle_separation(low.reshape(sources, channels, -1), kind, n_fft=n_fft,
+                                 hop_length=hop_length)
+    back = resample(estimate.reshape(-1, estimate.shape[-1]), rate, sr)
+    out = np.zeros_like(stems)
+    n = min(length, back.shape[-1])
+    out[..., :n] = back.reshape(sources, channels, -1)[..., :n]
+    return out
+
+
+def sample_mask_oracle(stems: Any) -> np.ndarray:
+    """The best mask in [0, 1] per *sample* and source, applied to the mixture: the oracle of
+    masking the waveform itself (notebook 03: why waveform models learn a filterbank first).
+
+    Where a source has the mixture's sign, its mask is ``source / mixture`` (clipped to 1); where
+    it has the other sign, no mask in [0, 1] can produce it and the mask is 0. Samples where the
+    mixture is (near) zero get 0. ``stems``: ``(sources, channels, samples)``; returns float32
+    estimates of the same shape.
+    """
+    _check_stems(stems)
+    stems = np.asarray(stems, dtype=np.float32)
+    mixture = stems.sum(0, keepdims=True)
+    ratio = np.divide(stems, mixture, out=np.zeros_like(stems), where=np.abs(mixture) > 1e-8)
+    return np.clip(ratio, 0.0, 1.0) * mixture
 
 
 def do_nothing(mixture: Any, n_sources: int) -> np.ndarray:

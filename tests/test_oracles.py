@@ -16,7 +16,9 @@ from labkit.oracles import (
     oracle,
     oracle_masks,
     oracle_separation,
+    oracle_separation_at,
     report_data,
+    sample_mask_oracle,
     separation_report,
     targets_for,
 )
@@ -210,3 +212,34 @@ def test_oracle_results_must_be_labelled(song):
     with pytest.raises(LabkitError, match="must say 'oracle'"):
         report_data({"my model": result})
     assert report_data({"perfect oracle": result})["methods"]["perfect oracle"]["oracle"]
+
+
+# ------------------------------------------------------------------ sample-mask oracle, other rates
+def test_sample_mask_oracle_known_answers():
+    # sample 0: same signs (exact); 1: opposite signs (the negative source cannot be made);
+    # 2: a silent mixture (nothing to mask)
+    stems = np.array([[[0.2, 0.5, 0.3]], [[0.6, -0.25, -0.3]]], dtype=np.float32)
+    estimate = sample_mask_oracle(stems)
+    assert estimate.shape == stems.shape and estimate.dtype == np.float32
+    np.testing.assert_allclose(estimate[:, 0, 0], [0.2, 0.6], atol=1e-7)
+    np.testing.assert_allclose(estimate[:, 0, 1], [0.25, 0.0], atol=1e-7)  # mask 1 and 0
+    np.testing.assert_allclose(estimate[:, 0, 2], [0.0, 0.0], atol=1e-7)
+    with pytest.raises(AudioError, match="expected \\(sources, channels, samples\\)"):
+        sample_mask_oracle(stems[0])
+
+
+def test_oracle_separation_at_the_same_rate_is_oracle_separation(song):
+    same = oracle_separation_at(song, SR, SR, n_fft=N_FFT, hop_length=HOP)
+    np.testing.assert_allclose(same, oracle_separation(song, n_fft=N_FFT, hop_length=HOP),
+                               atol=1e-6)
+
+
+def test_oracle_separation_at_half_rate_loses_the_top_band(song):
+    half = oracle_separation_at(song, SR, SR // 2, n_fft=N_FFT // 2, hop_length=HOP // 2)
+    assert half.shape == song.shape and half.dtype == np.float32
+    spectrum = np.abs(np.fft.rfft(half.sum(0)[0]))
+    freqs = np.fft.rfftfreq(half.shape[-1], 1 / SR)
+    top = spectrum[freqs > 0.55 * SR / 2].max()
+    assert top < 1e-3 * spectrum.max()  # nothing above the lower rate's Nyquist
+    # in the band both rates keep, it is still a good oracle
+    assert np.mean(sdr_fast(song, half)) > 5.0
