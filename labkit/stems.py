@@ -142,52 +142,14 @@ def segment_loaders(root: Any = None, *, segment_seconds: float = 2.0, batch_siz
 _UNLIMITED_STEPS = 10**7
 
 
-class _BudgetAndAnnealing:
-    """A Trainer callback: stop once ``seconds`` of training have passed (if given), and lower the
-    learning rates along a cosine from ``base_lrs`` to ``min_lr_ratio`` of them as the budget is
-    spent: the fraction of ``seconds`` or of ``max_steps`` done, whichever is larger. Acts at
-    every "log" event (every ``log_every`` steps); ``anneal=False`` keeps the rates constant."""
-
-    def __init__(self, seconds: float | None, max_steps: int | None, base_lrs: Sequence[float],
-                 anneal: bool = True, min_lr_ratio: float = 0.1) -> None:
-        self.seconds, self.max_steps = seconds, max_steps
-        self.base_lrs = list(base_lrs)
-        self.anneal, self.min_lr_ratio = anneal, min_lr_ratio
-
-    def progress(self, elapsed: float, step: int) -> float:
-        """The fraction of the budget spent, in [0, 1]."""
-        done = 0.0
-        if self.seconds:
-            done = max(done, elapsed / self.seconds)
-        if self.max_steps:
-            done = max(done, step / self.max_steps)
-        return min(done, 1.0)
-
-    def factor(self, elapsed: float, step: int) -> float:
-        """The learning-rate multiplier after ``elapsed`` seconds and ``step`` steps."""
-        cosine = 0.5 * (1.0 + math.cos(math.pi * self.progress(elapsed, step)))
-        return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * cosine
-
-    def __call__(self, trainer: Any, event: str, info: dict[str, Any]) -> None:
-        if event != "log":
-            return
-        if self.seconds is not None and trainer.elapsed >= self.seconds:
-            trainer.request_stop()
-        if self.anneal:
-            factor = self.factor(trainer.elapsed, trainer.step)
-            for group, base in zip(trainer.optimizer.param_groups, self.base_lrs):
-                group["lr"] = base * factor
-
-
 def _adam_groups(model: nn.Module, lr: float, filterbank_lr: float
-                 ) -> tuple[Callable[[list[nn.Parameter]], torch.optim.Optimizer], list[float]]:
-    """An optimizer factory for the Trainer and its groups' learning rates: Adam at ``lr``, with
-    the filterbank (``model.analysis`` and ``model.synthesis``, if any) at ``filterbank_lr`` times
-    ``lr`` in a second group."""
+                 ) -> Callable[[list[nn.Parameter]], torch.optim.Optimizer]:
+    """An optimizer factory for the Trainer: Adam at ``lr``, with the filterbank
+    (``model.analysis`` and ``model.synthesis``, if any) at ``filterbank_lr`` times ``lr`` in a
+    second group."""
     filterbank = {id(p) for name in ("analysis", "synthesis")
                   if isinstance(getattr(model, name, None), nn.Module)
                   for p in getattr(model, name).parameters()}
-    has_filterbank = any(id(p) in filterbank for p in model.parameters() if p.requires_grad)
 
     def adam(parameters: list[nn.Parameter]) -> torch.optim.Optimizer:
         groups = [{"params": [p for p in parameters if id(p) not in filterbank]},
@@ -195,7 +157,7 @@ def _adam_groups(model: nn.Module, lr: float, filterbank_lr: float
                    "lr": lr * filterbank_lr}]
         return torch.optim.Adam([g for g in groups if g["params"]], lr=lr)
 
-    return adam, [lr, lr * filterbank_lr] if has_filterbank else [lr]
+    return adam
 
 
 def build_separator(config: dict[str, Any] | None = None) -> nn.Module:
@@ -245,7 +207,7 @@ def train_waveunet(workdir: str | Path, *, model: nn.Module | None = None,
     from labkit.checkpoint import load_checkpoint
     from labkit.core import device as default_device
     from labkit.core import fingerprint
-    from labkit.train import Trainer
+    from labkit.train import CosineToBudget, TimeBudget, Trainer
 
     if minutes is None and max_steps is None:
         raise LabkitError("train_waveunet: give minutes or max_steps (or both) to say when to "
@@ -261,9 +223,13 @@ def train_waveunet(workdir: str | Path, *, model: nn.Module | None = None,
         valid_segments=valid_segments, songs=songs, seed=seed)
     files = [t.path for t in train_data.dataset.tracks]
     device = torch.device(device) if device is not None else default_device()
-    optimizer, base_lrs = _adam_groups(model, lr, filterbank_lr)
-    schedule = _BudgetAndAnnealing(60.0 * minutes if minutes is not None else None, max_steps,
-                                   base_lrs, anneal=anneal, min_lr_ratio=min_lr_ratio)
+    optimizer = _adam_groups(model, lr, filterbank_lr)
+    # Stop once the wall-clock budget is spent; lower the rates along a cosine to min_lr_ratio
+    # of themselves over the budget (time or steps, whichever runs out first).
+    budget = TimeBudget(60.0 * minutes, finish=False) if minutes is not None else None
+    schedule = [budget] if budget is not None else []
+    if anneal:
+        schedule.append(CosineToBudget(budget, max_steps, min_lr_ratio))
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -276,7 +242,7 @@ def train_waveunet(workdir: str | Path, *, model: nn.Module | None = None,
                           ckpt_every=ckpt_every, val_every=val_every if valid_data else None,
                           log_every=log_every, resume=resume, overwrite=overwrite, seed=seed,
                           tensorboard=tensorboard, progress=progress,
-                          callbacks=[schedule, *callbacks],
+                          callbacks=[*schedule, *callbacks],
                           data_fingerprint=fingerprint(files))
         if minutes is not None and trainer.elapsed >= 60.0 * minutes:
             history = trainer.history  # a resumed run whose budget is already spent

@@ -60,8 +60,8 @@ from labkit.core import run_manifest, seed_everything
 from labkit.errors import CheckpointError, LabkitError
 from labkit.models import _plain, model_config
 
-__all__ = ["History", "NonFiniteLossError", "TimeBudget", "TrainResult", "Trainer",
-           "evaluate_loss"]
+__all__ = ["CosineToBudget", "History", "NonFiniteLossError", "TimeBudget", "TrainResult",
+           "Trainer", "evaluate_loss"]
 
 StepFn = Callable[[nn.Module, Any, torch.device], torch.Tensor]
 Callback = Callable[["Trainer", str, dict[str, Any]], None]
@@ -366,6 +366,50 @@ class TimeBudget:
                 trainer.max_steps = trainer.step
             else:
                 trainer.request_stop()
+
+
+class CosineToBudget:
+    """A Trainer callback that lowers the learning rates along a cosine as a budget is spent.
+
+    The budget is ``budget`` (a :class:`TimeBudget`: seconds on its clock) and/or ``max_steps``;
+    the fraction spent is the larger of the two. At every history entry ("log" event, every
+    ``log_every`` steps) each parameter group's rate is set to ``base * (min_lr_ratio + (1 -
+    min_lr_ratio) * (1 + cos(pi * fraction)) / 2)``, where ``base`` is the group's rate when the
+    Trainer was built. A run on a clock cannot know its step count in advance, so this is how it
+    ends on a low learning rate (averaging out the noise of the last updates) when time runs out.
+    """
+
+    def __init__(self, budget: TimeBudget | None = None, max_steps: int | None = None,
+                 min_lr_ratio: float = 0.0) -> None:
+        if budget is None and max_steps is None:
+            raise LabkitError("CosineToBudget: give a TimeBudget, max_steps or both")
+        if max_steps is not None and max_steps < 1:
+            raise LabkitError(f"CosineToBudget: max_steps={max_steps!r}; expected >= 1")
+        if not 0.0 <= min_lr_ratio <= 1.0:
+            raise LabkitError(f"CosineToBudget: min_lr_ratio={min_lr_ratio!r}; expected a "
+                              "number in [0, 1]")
+        self.budget, self.max_steps, self.min_lr_ratio = budget, max_steps, float(min_lr_ratio)
+
+    def fraction(self, trainer: Any) -> float:
+        """The share of the budget spent, in [0, 1]."""
+        done = 0.0
+        if self.budget is not None and self.budget.seconds > 0:
+            done = self.budget.spent(trainer) / self.budget.seconds
+        if self.max_steps is not None:
+            done = max(done, trainer.step / self.max_steps)
+        return min(max(done, 0.0), 1.0)
+
+    def factor(self, fraction: float) -> float:
+        """The learning-rate multiplier once ``fraction`` of the budget is spent."""
+        cosine = 0.5 * (1.0 + math.cos(math.pi * min(max(fraction, 0.0), 1.0)))
+        return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * cosine
+
+    def __call__(self, trainer: Any, event: str, info: dict[str, Any]) -> None:
+        if event != "log":
+            return
+        factor = self.factor(self.fraction(trainer))
+        for group, base in zip(trainer.optimizer.param_groups, trainer._base_lrs):
+            group["lr"] = base * factor
 
 
 @dataclass

@@ -205,7 +205,10 @@ def train_spec_unet(workdir: str | Path, *, model: SpecUNet | None = None,
                     valid_patches: int = 64, val_every: int = 100, ckpt_every: int = 200,
                     log_every: int = 5, resume: str | None = None, overwrite: bool = False,
                     tensorboard: bool | None = None, progress: bool = True,
-                    threads: int | None = None, clock: str = "wall") -> TrainResult:
+                    threads: int | None = None, clock: str = "wall", anneal: bool = False,
+                    min_lr_ratio: float = 0.0,
+                    callbacks: Sequence[Callable[[Any, str, dict[str, Any]], None]] = ()
+                    ) -> TrainResult:
     """Train a spectrogram U-Net to estimate vocals with the masked L1 loss; see the module doc.
 
     The model is ``model``, else ``SpecUNet(**model_config)``, else ``SpecUNet(**RECIPE)``. Data:
@@ -218,15 +221,20 @@ def train_spec_unet(workdir: str | Path, *, model: SpecUNet | None = None,
     CPU time per thread instead of wall time (see :class:`BudgetStop`). Checkpoints go to
     ``workdir`` (best by validation loss every ``val_every`` steps, final, periodic every
     ``ckpt_every``); the history also to TensorBoard when it is installed (``tensorboard=None``).
-    ``resume="auto"`` continues an interrupted run.
+    ``resume="auto"`` continues an interrupted run. ``anneal`` lowers the learning rate along a
+    cosine to ``min_lr_ratio`` x ``lr`` as the budget (``minutes`` and/or ``max_steps``) is
+    spent (:class:`labkit.train.CosineToBudget`). ``callbacks`` go to the Trainer.
     """
     from labkit.core import device as default_device
-    from labkit.train import Trainer
+    from labkit.train import CosineToBudget, Trainer
 
     if minutes is None and max_steps is None and epochs is None:
         raise LabkitError("train_spec_unet: give minutes, max_steps or epochs to say when to stop")
     if minutes is not None and not minutes > 0:
         raise LabkitError(f"train_spec_unet: minutes={minutes!r}; expected a positive number")
+    if anneal and minutes is None and max_steps is None:
+        raise LabkitError("train_spec_unet: anneal=True needs minutes or max_steps (the budget "
+                          "to anneal over)")
     if train_songs is None:
         train_songs = load_stems(_split_tracks(root, songs, "train"), progress=progress)
     if valid_songs is None:
@@ -246,6 +254,8 @@ def train_spec_unet(workdir: str | Path, *, model: SpecUNet | None = None,
     if threads is not None:
         torch.set_num_threads(threads)
     budget = BudgetStop(60.0 * minutes, clock) if minutes is not None else None
+    schedule = [CosineToBudget(budget, max_steps, min_lr_ratio)] if anneal else []
+    extra = [budget] if budget is not None else []
     try:
         only_budget = max_steps is None and epochs is None
         trainer = Trainer(model, train_data, val_data=valid_data, step_fn=spec_unet_step,
@@ -254,7 +264,7 @@ def train_spec_unet(workdir: str | Path, *, model: SpecUNet | None = None,
                           device=device, ckpt_every=ckpt_every, val_every=val_every,
                           log_every=log_every, resume=resume, overwrite=overwrite, seed=seed,
                           tensorboard=tensorboard, progress=progress,
-                          callbacks=[budget] if budget is not None else [])
+                          callbacks=[*extra, *schedule, *callbacks])
         if only_budget:
             trainer.total_steps = None  # the clock decides: no step total for the progress bar
         history = trainer.fit()
@@ -273,6 +283,7 @@ def train_spec_unet(workdir: str | Path, *, model: SpecUNet | None = None,
     model.eval()
     settings = {"model": dict(model_config_of(model)), "batch_size": batch_size, "lr": lr,
                 "minutes": minutes, "max_steps": max_steps, "epochs": epochs, "seed": seed,
+                "anneal": anneal, "min_lr_ratio": min_lr_ratio if anneal else None,
                 "train_songs": len(train_songs), "device": str(device)}
     return TrainResult(model=model, separator=SpecUNetSeparator.from_unet(model),
                        history=dict(history), workdir=Path(workdir), steps=trainer.step,

@@ -142,15 +142,6 @@ def test_train_waveunet_checkpoints_and_resumes(data_root, tmp_path):
         stems.train_waveunet(tmp_path, max_steps=5, **options)
 
 
-def test_learning_rate_annealing_follows_the_spent_budget():
-    schedule = stems._BudgetAndAnnealing(100.0, 1000, [1e-3, 1e-4], min_lr_ratio=0.1)
-    assert schedule.factor(0.0, 0) == pytest.approx(1.0)
-    assert schedule.factor(50.0, 10) == pytest.approx(0.55)  # half the time spent
-    assert schedule.factor(10.0, 500) == pytest.approx(0.55)  # half the steps done
-    assert schedule.factor(100.0, 10) == pytest.approx(0.1)
-    assert schedule.factor(500.0, 10) == pytest.approx(0.1)
-
-
 def test_train_waveunet_anneals_and_keeps_the_filterbank_slower(data_root, tmp_path):
     result = stems.train_waveunet(
         tmp_path, model_config={"name": "wave_unet", **TINY}, root=data_root, max_steps=4,

@@ -550,3 +550,29 @@ def test_evaluate_loss_of_a_random_step_is_repeatable():
     assert evaluate_loss(model, data, step_fn=helpers_train.noisy_step, seed=2) != first
     with pytest.raises(LabkitError, match="no batches"):
         evaluate_loss(model, [], F.mse_loss)
+
+
+def test_cosine_to_budget_follows_the_larger_share_spent():
+    budget = train_module.TimeBudget(100.0)
+    schedule = train_module.CosineToBudget(budget, max_steps=1000, min_lr_ratio=0.1)
+    run = types.SimpleNamespace(elapsed=0.0, step=0)
+    assert schedule.fraction(run) == 0.0 and schedule.factor(0.0) == pytest.approx(1.0)
+    run.elapsed, run.step = 50.0, 10  # half the time
+    assert schedule.factor(schedule.fraction(run)) == pytest.approx(0.55)
+    run.elapsed, run.step = 10.0, 500  # half the steps
+    assert schedule.factor(schedule.fraction(run)) == pytest.approx(0.55)
+    run.elapsed = 500.0  # past the budget: stays at the floor
+    assert schedule.fraction(run) == 1.0 and schedule.factor(1.0) == pytest.approx(0.1)
+    with pytest.raises(LabkitError, match="TimeBudget, max_steps"):
+        train_module.CosineToBudget()
+    with pytest.raises(LabkitError, match="min_lr_ratio"):
+        train_module.CosineToBudget(max_steps=10, min_lr_ratio=2.0)
+
+
+def test_cosine_to_budget_sets_the_rates_the_trainer_uses(tmp_path):
+    schedule = train_module.CosineToBudget(max_steps=4)
+    trainer = _linear_trainer(tmp_path, max_steps=4, lr=0.1, log_every=1, callbacks=[schedule])
+    history = trainer.fit()
+    # the rate logged at step k was used for step k; it is lowered after every log
+    assert history["lr"] == pytest.approx([0.1 * 0.5 * (1 + math.cos(math.pi * k / 4))
+                                           for k in range(4)])

@@ -203,6 +203,20 @@ def test_budget_on_the_process_clock(songs, tmp_path):
         BudgetStop(1.0, clock="gpu")
 
 
+def test_anneal_lowers_the_rate_along_a_cosine_over_the_steps(songs, tmp_path):
+    result = train_spec_unet(tmp_path / "run", model_config=TINY, train_songs=songs,
+                             valid_songs=songs[:1], max_steps=4, batch_size=2, lr=2e-3,
+                             anneal=True, min_lr_ratio=0.1, valid_patches=2, log_every=1,
+                             progress=False, tensorboard=False, device="cpu")
+    # the rate logged at step k was used for step k; it is lowered after every log
+    expected = [2e-3 * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * k / 4))) for k in range(4)]
+    assert result.history["lr"] == pytest.approx(expected)
+    assert result.settings["anneal"] is True
+    with pytest.raises(LabkitError, match="anneal=True needs minutes or max_steps"):
+        train_spec_unet(tmp_path / "other", model_config=TINY, train_songs=songs,
+                        valid_songs=songs[:1], epochs=1, anneal=True, progress=False)
+
+
 def test_a_budget_run_resumed_stops_again_at_once_and_keeps_its_steps(songs, tmp_path):
     settings = {"model_config": TINY, "train_songs": songs, "valid_songs": songs[:1],
                 "minutes": 1e-6, "batch_size": 2, "valid_patches": 2, "log_every": 2,
