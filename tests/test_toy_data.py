@@ -114,6 +114,27 @@ def test_another_config_in_the_same_root_is_an_error(small_root):
         toy.generate(small_root, **SMALL, engines={"vocals": ["fof"]}, progress=False)
 
 
+def test_a_set_made_by_an_earlier_generator_is_refused(small_root, tmp_path):
+    # A cache whose manifest has the same config but other tracks (an older synthesiser's seeds
+    # or engines, or a manifest from before tracks were listed) must not pass as this version's.
+    import shutil
+
+    for change in ("seed", "engines", "missing"):
+        root = tmp_path / change
+        shutil.copytree(small_root, root)
+        manifest = json.loads((root / "manifest.json").read_text())
+        first = next(iter(manifest["tracks"].values()))
+        if change == "seed":
+            first["seed"] += 1
+        elif change == "engines":
+            first["engines"]["vocals"] = ["some-old-engine"]
+        else:
+            del manifest["tracks"]
+        (root / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(DataError, match="made by an earlier labkit.*Delete"):
+            toy.generate(root, **SMALL, progress=False)
+
+
 def test_a_foreign_folder_is_not_overwritten(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(DataError, match="not empty and has no toy-MUSDB manifest"):

@@ -278,6 +278,11 @@ def _check_root(root: Path, config: dict[str, Any]) -> bool:
             raise DataError(f"{manifest} is not valid JSON ({err}): delete {root} to "
                             "regenerate the data set") from err
         old = found.get("config") if isinstance(found, dict) else None
+        if old == config and found.get("tracks") != _manifest(config, _track_list(config))[
+                "tracks"]:
+            raise DataError(f"{root} holds a toy-MUSDB set made by an earlier labkit, whose "
+                            "tracks differ from what this version generates (seeds or sound "
+                            f"engines). Delete {root} to regenerate it.")
         if old != config:
             diff = ", ".join(f"{k}={(old or {}).get(k)!r} (asked {v!r})" for k, v in config.items()
                              if (old or {}).get(k) != v) or "unreadable config"
