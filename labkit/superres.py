@@ -47,6 +47,8 @@ import torch
 from torch import Tensor, nn
 
 from labkit.errors import AudioError, DataError, LabkitError
+from labkit.train import TimeBudget
+from labkit.train import TrainResult as BaseTrainResult
 
 __all__ = [
     "DEFAULT_CONFIG_PATH", "FILTERS", "KINDS", "LSD_EPS", "SuperResSegments", "TrainResult",
@@ -407,18 +409,13 @@ def superres_step(cond_dropout: float = 0.1) -> Callable[[nn.Module, Any, torch.
 
 
 @dataclass
-class TrainResult:
-    """What :func:`train_superres` returns: ``model`` (the best weights by validation loss, in
-    eval mode), ``history`` (the Trainer's), ``workdir``, ``steps``, ``seconds`` of training,
-    ``stopped_by`` ("budget", "max_steps", "stopped", ...), ``config`` and ``checkpoint`` (the
-    file holding ``model``: ``best.pt``, or the newest checkpoint before any validation)."""
+class TrainResult(BaseTrainResult):
+    """What :func:`train_superres` returns: :class:`labkit.train.TrainResult` (``model`` with the
+    best weights by validation loss, in eval mode; ``history``, ``workdir``, ``steps``,
+    ``seconds``, ``stopped_by``: "budget", "max_steps", "stopped", ...) plus ``config`` and
+    ``checkpoint`` (the file holding ``model``: ``best.pt``, or the newest checkpoint before any
+    validation)."""
 
-    model: nn.Module
-    history: dict[str, list]
-    workdir: Path
-    steps: int
-    seconds: float
-    stopped_by: str
     config: dict[str, Any] = field(default_factory=dict)
     checkpoint: Path | None = None
 
@@ -426,8 +423,6 @@ class TrainResult:
 def budget_callback(seconds: float) -> Callable[[Any, str, dict[str, Any]], None]:
     """A Trainer callback that asks the run to stop once ``seconds`` of training have passed
     (a wall-clock :class:`labkit.train.TimeBudget` that stops after the current step)."""
-    from labkit.train import TimeBudget
-
     return TimeBudget(seconds, "wall", finish=False)
 
 

@@ -252,8 +252,13 @@ def _manifest(config: dict[str, Any], tracks: list[dict[str, Any]]) -> dict[str,
             "config": config, "stems": list(STEMS), "train": train,
             "valid": _valid_names(train),
             "test": [t["name"] for t in tracks if t["split"] == "test"],
-            "tracks": {t["name"]: {"split": t["split"], "seed": t["seed"],
-                                   "engines": t["engines"]} for t in tracks}}
+            "tracks": _track_table(tracks)}
+
+
+def _track_table(tracks: list[dict[str, Any]]) -> dict[str, Any]:
+    """The manifest's ``tracks`` entry: name -> split, seed and engines."""
+    return {t["name"]: {"split": t["split"], "seed": t["seed"], "engines": t["engines"]}
+            for t in tracks}
 
 
 def _complete(folder: Path) -> bool:
@@ -278,8 +283,7 @@ def _check_root(root: Path, config: dict[str, Any]) -> bool:
             raise DataError(f"{manifest} is not valid JSON ({err}): delete {root} to "
                             "regenerate the data set") from err
         old = found.get("config") if isinstance(found, dict) else None
-        if old == config and found.get("tracks") != _manifest(config, _track_list(config))[
-                "tracks"]:
+        if old == config and found.get("tracks") != _track_table(_track_list(config)):
             raise DataError(f"{root} holds a toy-MUSDB set made by an earlier labkit, whose "
                             "tracks differ from what this version generates (seeds or sound "
                             f"engines). Delete {root} to regenerate it.")
