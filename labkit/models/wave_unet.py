@@ -403,9 +403,13 @@ class WaveUNet(nn.Module):
 
     def energies(self, coefficients: Tensor) -> Tensor:
         """Each filter pair's energy ``(..., bins, frames)`` (cosine^2 + sine^2 at STFT
-        initialisation: the power spectrogram) from coefficients ``(..., n_filters, frames)``."""
-        shape = (*coefficients.shape[:-2], self.bins, coefficients.shape[-1])
-        return coefficients.new_zeros(shape).index_add_(-2, self.filter_bins, coefficients ** 2)
+        initialisation: the power spectrogram) from coefficients ``(..., n_filters, frames)``.
+
+        At least float32: under CUDA autocast the coefficients are float16, whose squares
+        overflow above 65504 (a loud bin) and which ``index_add_`` would not mix with float32."""
+        power = coefficients.to(torch.promote_types(coefficients.dtype, torch.float32)) ** 2
+        shape = (*power.shape[:-2], self.bins, power.shape[-1])
+        return power.new_zeros(shape).index_add_(-2, self.filter_bins, power)
 
     def masks(self, mixture: Tensor, record: Recorder = None) -> tuple[Tensor, Tensor]:
         """``(masks, coefficients)`` for a mixture ``(batch, channels, samples)``: masks in [0, 1]
