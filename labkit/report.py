@@ -18,6 +18,9 @@ Two sources, each read as JSON:
   ``cases``                 peak memory per separation case (separate_memory)
   ``conditions``            a separation panel per test condition, on one scale
                             (engine_transfer: same and other engines)
+  ``jobs``                  SDR against training steps, one line per job, one panel per
+                            notebook, with the oracle, the course target and the CPU budget's
+                            step count (step_scaling)
   a separation table        SDR per stem, one bar per method: models, oracle, baselines
                             (``tables.sdr`` / ``sdr`` as written by
                             :func:`labkit.oracles.report_data`, or ``scores`` / ``methods`` of
@@ -357,6 +360,61 @@ def _draw_memory(data: Mapping, name: str) -> Figure:
     return fig
 
 
+_PART_TITLES = {"spec": "notebook 02: vocals SDR (dB)", "wave": "notebook 03: mean 4-stem SDR (dB)"}
+
+
+def _draw_step_scaling(data: Mapping, name: str) -> Figure:
+    from labkit.figures import PALETTE
+
+    jobs = _mapping(data, "jobs")
+    by_part: dict[str, dict[str, Mapping]] = {}
+    for job, record in jobs.items():
+        if not isinstance(record, Mapping) or not isinstance(record.get("points"), list):
+            raise _Unexpected(f"jobs.{job} has no list of points")
+        by_part.setdefault(str(record.get("part", "?")), {})[str(job)] = record
+    if not by_part:
+        raise _Unexpected("jobs is empty")
+    targets = data.get("targets") if isinstance(data.get("targets"), Mapping) else {}
+    budget = data.get("cpu_budget_steps") if isinstance(data.get("cpu_budget_steps"),
+                                                        Mapping) else {}
+    fig, axes = _new_figure(len(by_part), width=5.5, height=5.0)
+    for ax, (part, records) in zip(axes, by_part.items()):
+        oracle, ticks = math.nan, set()
+        for i, (job, record) in enumerate(records.items()):
+            points = sorted((_number(p.get("step"), f"jobs.{job}.points[].step"),
+                             _number(p.get("headline"), f"jobs.{job}.points[].headline"))
+                            for p in record["points"] if isinstance(p, Mapping))
+            if not points:
+                continue
+            ticks.update(p[0] for p in points)
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=4, lw=1.4,
+                    color=PALETTE[i % len(PALETTE)], label=job)
+            oracle = _number(record.get("oracle_headline"), f"jobs.{job}.oracle_headline")
+        if not math.isnan(oracle):
+            ax.axhline(oracle, color="0.3", lw=1.0, label=f"IRM2 oracle ({oracle:.2f})")
+            share = targets.get(part)
+            if isinstance(share, (int, float)):
+                ax.axhline(share * oracle, color="0.3", lw=1.0, ls="--",
+                           label=f"course target ({share:g}x oracle)")
+        steps = budget.get(part, {}).get("steps") if isinstance(budget.get(part), Mapping) \
+            else None
+        if isinstance(steps, (int, float)):
+            ax.axvline(steps, color="0.5", lw=1.0, ls=":", label=f"CPU budget ({steps:.0f} steps)")
+        from matplotlib.ticker import FuncFormatter
+
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(ticks))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:.0f}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda value, _pos: ""))
+        ax.set_xlabel("training steps")
+        ax.set_ylabel("SDR (dB)")
+        ax.grid(True)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+        _title(ax, f"{name}: {_PART_TITLES.get(part, part)}",
+               data.get("device") if isinstance(data.get("device"), str) else None)
+    return fig
+
+
 #: (key that marks the shape, recipe), tried in this order; the separation table comes last
 #: because several other shapes also carry a table of some kind.
 _RECIPES: list[tuple[str | None, Callable[[Mapping, str], Figure]]] = [
@@ -365,6 +423,7 @@ _RECIPES: list[tuple[str | None, Callable[[Mapping, str], Figure]]] = [
     ("songs", _draw_single_song),
     ("cases", _draw_memory),
     ("conditions", _draw_conditions),
+    ("jobs", _draw_step_scaling),
     (None, _draw_separation),
 ]
 
@@ -402,7 +461,7 @@ def results_figure(path: str | os.PathLike) -> Figure:
                 reasons.append(f"{recipe.__name__.removeprefix('_draw_')}: {exc}")
     raise LabkitError(
         f"{path}: no figure recipe fits its structure ({'; '.join(reasons)}); expected one of "
-        "rate_distortion, quality, songs, cases, conditions, or a separation table (tables.sdr, "
+        "rate_distortion, quality, songs, cases, conditions, jobs, or a separation table (tables.sdr, "
         "sdr.methods, scores.*.sdr, methods.*.sdr)")
 
 

@@ -109,7 +109,19 @@ ENGINE_TRANSFER = {  # benchmarks/engine_transfer.py: conditions.<condition>.tab
             "evaluation_seconds": 1.0}
         for condition, model in (("same engines", 4.0), ("other engines", 2.0))},
 }
-RESULTS = {"spec_unet": SPEC_UNET, "engine_transfer": ENGINE_TRANSFER, "toy_musdb": TOY_MUSDB,
+STEP_SCALING = {  # benchmarks/step_scaling.py: jobs.<job>.points = [{step, headline, ...}]
+    "device": "a GPU", "targets": {"spec": 0.6, "wave": 0.5},
+    "cpu_budget_steps": {"spec": {"steps": 1500}, "wave": {"steps": 1700}},
+    "jobs": {
+        "spec-a": {"part": "spec", "oracle_headline": 9.0,
+                   "points": [{"step": 4000, "headline": 3.0}, {"step": 2000, "headline": 2.0}]},
+        "spec-b": {"part": "spec", "oracle_headline": 9.0,
+                   "points": [{"step": 2000, "headline": 2.5}]},
+        "wave-a": {"part": "wave", "oracle_headline": 10.0,
+                   "points": [{"step": 2000, "headline": 3.5}]},
+    },
+}
+RESULTS = {"spec_unet": SPEC_UNET, "step_scaling": STEP_SCALING, "engine_transfer": ENGINE_TRANSFER, "toy_musdb": TOY_MUSDB,
            "wave_unet": WAVE_UNET, "atoms": ATOMS, "diffusion_sr": DIFFUSION_SR,
            "single_song": SINGLE_SONG}
 
@@ -193,6 +205,20 @@ def test_missing_score_leaves_a_gap(tmp_path: Path):
     ax = results_figure(write_json(tmp_path / "w.json", data)).axes[0]
     heights = bars_by_label(ax)["WaveUNet"]
     assert np.isnan(heights[2]) and heights[3] == pytest.approx(0.5)
+
+
+def test_step_scaling_lines_per_job_with_oracle_target_and_budget(results_dir: Path):
+    fig = results_figure(results_dir / "step_scaling.json")
+    spec, wave = fig.axes
+    lines = {line.get_label(): line for line in spec.get_lines()}
+    assert list(lines["spec-a"].get_xdata()) == [2000, 4000]  # sorted by step
+    assert list(lines["spec-a"].get_ydata()) == [2.0, 3.0]
+    assert list(lines["spec-b"].get_ydata()) == [2.5]
+    assert list(lines["IRM2 oracle (9.00)"].get_ydata()) == [9.0, 9.0]
+    assert list(lines["course target (0.6x oracle)"].get_ydata()) == pytest.approx([5.4, 5.4])
+    assert list(lines["CPU budget (1500 steps)"].get_xdata()) == [1500, 1500]
+    assert "course target (0.5x oracle)" in {line.get_label() for line in wave.get_lines()}
+    assert "notebook 03" in wave.get_title(loc="left")
 
 
 def test_rate_distortion_lines_per_codec_and_clip(results_dir: Path):
