@@ -1,23 +1,16 @@
 """The pure helpers of benchmarks/engine_transfer.py (the benchmark itself is run by hand)."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from bench_support import load_benchmark
 
 from labkit.data import toy
 from labkit.errors import DataError
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "engine_transfer.py"
-
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("engine_transfer_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("engine_transfer")
 
 
 def test_train_engines_exist_and_complement_is_the_rest(bench):
