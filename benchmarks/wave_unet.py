@@ -9,7 +9,8 @@ in all)::
 1. **Training**: :func:`labkit.stems.train_waveunet` with :data:`labkit.stems.RECIPE` (the
    course's WaveUNet at 22.05 kHz stereo) on the ``train`` split of the built-in toy-MUSDB set
    ("full": 32 training and 8 validation songs of 20 s at 44.1 kHz stereo), random 2 s segments
-   with stems remixed across songs, batch 8, Adam 1e-3 (filterbank 1e-4), L1 loss, until the
+   with stems remixed across songs, batch 8, Adam 3e-3 (the filterbank at a tenth of that) with a
+   cosine decay to a tenth over the budget (``train_waveunet``'s defaults), L1 loss, until the
    wall-clock budget is spent (``--max-steps`` instead fixes the step count); the weights of the
    lowest validation loss are kept. ``--stoller-minutes`` also trains Wave-U-Net for comparison.
 2. **Quality**: every test song (10 x 20 s) separated with :func:`labkit.separate.separate` at
