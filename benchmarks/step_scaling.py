@@ -2,7 +2,7 @@
 
 Issues 4 and 5 ask for a vocals SDR of 0.6 x the IRM2 oracle's after 10 minutes of training on
 2 CPU cores (notebook 02), and a mean 4-stem SDR of 0.5 x the oracle's after 15 minutes
-(notebook 03). On this machine's 2 cores those budgets buy about 2000 training steps
+(notebook 03). On this machine's 2 cores those budgets buy about 3200 training steps
 (``benchmarks/results/spec_unet.json``, ``wave_unet.json``). This benchmark trains the same
 models for many more steps, on a GPU where there is one, and scores each at fixed step counts
 along its run: where does each model's curve go, and how many steps would a bar need?
