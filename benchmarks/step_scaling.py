@@ -91,44 +91,40 @@ def data_roots(fast: bool, songs: int | None, workers: int) -> tuple[Path, Path]
 
 # ------------------------------------------------------------------------------- scoring
 class Scorer:
-    """Scores a model on the test tracks at the notebook's settings (see the module doc)."""
+    """Scores a model on the test tracks as the notebook does (:func:`labkit.vocals.evaluate_vocals`
+    or :func:`labkit.stems.evaluate_stems`, SDR with the direct backend); ``oracle`` holds the
+    IRM2 oracle's medians."""
 
     def __init__(self, part: str, root: Path) -> None:
-        from labkit.oracles import oracle_separation
-
         self.part = part
         if part == "spec":
             from labkit.data import find_tracks
-            from labkit.vocals import HOP_LENGTH, N_FFT, SAMPLE_RATE, evaluation_tracks
+            from labkit.vocals import evaluation_tracks
 
-            self.sr, self.sources = SAMPLE_RATE, ("vocals", "accompaniment")
             self.tracks = evaluation_tracks(find_tracks(root, split="test"))
-            stft = {"n_fft": N_FFT, "hop_length": HOP_LENGTH}
         else:
             from labkit import stems
 
-            self.sr, self.sources = 44100, stems.STEMS
             self.tracks = stems.evaluation_tracks(root, split="test")
-            stft = dict(stems.ORACLE_STFT)
-        self.oracle = self._medians([oracle_separation(targets, "irm2", **stft)
-                                     for _, _, targets in self.tracks])
+        self.oracle = self._medians({}, oracle=True)["IRM2 oracle"]
 
-    def _medians(self, estimates: list[np.ndarray]) -> dict[str, float]:
-        from labkit.metrics import sdr
+    def _medians(self, estimators: dict[str, Any], oracle: bool = False
+                 ) -> dict[str, dict[str, float]]:
+        """Median SDR per source of each estimator (and of the oracle, if asked)."""
+        if self.part == "spec":
+            from labkit.vocals import evaluate_vocals
 
-        values = np.array([sdr(targets, estimate, sr=self.sr, backend="direct")
-                           for (_, _, targets), estimate in zip(self.tracks, estimates)])
-        return {s: float(np.nanmedian(values[:, i])) for i, s in enumerate(self.sources)}
+            results = evaluate_vocals(estimators, self.tracks, metrics=("sdr",), oracle=oracle,
+                                      do_nothing=False, progress=False, backend="direct")["sdr"]
+        else:
+            from labkit.stems import evaluate_stems
+
+            results = evaluate_stems(estimators, self.tracks, oracle=oracle, do_nothing=False,
+                                     progress=False)
+        return {name: dict(result["median"]) for name, result in results.items()}
 
     def __call__(self, separator: torch.nn.Module) -> dict[str, float]:
-        from labkit.separate import separate
-
-        overlap = 0.5 if self.part == "spec" else 0.25
-        was_training = separator.training
-        estimates = [separate(separator, mixture, self.sr, overlap=overlap, batch_size=4,
-                              progress=False) for _, mixture, _ in self.tracks]
-        separator.train(was_training)
-        return self._medians(estimates)
+        return self._medians({"model": separator})["model"]
 
 
 def headline(part: str, medians: dict[str, float]) -> float:

@@ -261,7 +261,7 @@ def _as_numpy(x: Any) -> np.ndarray:
 
 def evaluate_tracks(tracks: Iterable[tuple[str, Any, Any]], estimator: Callable[..., Any],
                     metric: str = "sdr", sr: int = 44100, sources: Sequence[str] | None = None,
-                    progress: bool = True) -> dict[str, Any]:
+                    progress: bool = True, backend: str = "museval") -> dict[str, Any]:
     """Score ``estimator`` on every track; returns per-track scores and their medians.
 
     ``tracks`` yields ``(name, mixture, stems)``: the mixture ``(channels, samples)`` and the true
@@ -269,7 +269,9 @@ def evaluate_tracks(tracks: Iterable[tuple[str, Any, Any]], estimator: Callable[
     is called as ``estimator(mixture)``; only an :class:`Oracle` (anything with ``uses_reference =
     True``) is called as ``estimator(mixture, stems)``. Estimates must have the stems' shape.
 
-    ``metric``: ``"sdr"`` (museval, MUSDB convention), ``"sdr_fast"``, ``"si_sdr"`` or ``"snr"``.
+    ``metric``: ``"sdr"`` (museval, MUSDB convention; ``backend`` as in
+    :func:`labkit.metrics.sdr`: ``"direct"`` gives museval's numbers in milliseconds),
+    ``"sdr_fast"``, ``"si_sdr"`` or ``"snr"``.
     ``sources`` names the targets (default: vocals/accompaniment for 2, the four stems for 4).
 
     Returns a JSON-ready dict: ``metric`` (its description), ``oracle`` (whether the estimator saw
@@ -295,7 +297,8 @@ def evaluate_tracks(tracks: Iterable[tuple[str, Any, Any]], estimator: Callable[
             raise LabkitError(f"track {name!r}: {estimator!r} returned shape {estimates.shape}, "
                               f"expected the stems' shape {stems.shape} (sources, channels, "
                               "samples)")
-        values = score(stems, estimates, sr=sr) if metric == "sdr" else score(stems, estimates)
+        values = (score(stems, estimates, sr=sr, backend=backend) if metric == "sdr"
+                  else score(stems, estimates))
         per_track[str(name)] = {s: float(v) for s, v in zip(names, np.atleast_1d(values))}
     if not per_track:
         raise LabkitError("evaluate_tracks got no tracks: pass an iterable of (name, mixture, "

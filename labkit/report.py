@@ -364,6 +364,8 @@ _PART_TITLES = {"spec": "notebook 02: vocals SDR (dB)", "wave": "notebook 03: me
 
 
 def _draw_step_scaling(data: Mapping, name: str) -> Figure:
+    from matplotlib.ticker import FuncFormatter
+
     from labkit.figures import PALETTE
 
     jobs = _mapping(data, "jobs")
@@ -400,8 +402,6 @@ def _draw_step_scaling(data: Mapping, name: str) -> Figure:
             else None
         if isinstance(steps, (int, float)):
             ax.axvline(steps, color="0.5", lw=1.0, ls=":", label=f"CPU budget ({steps:.0f} steps)")
-        from matplotlib.ticker import FuncFormatter
-
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(ticks))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:.0f}"))

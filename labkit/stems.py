@@ -207,7 +207,7 @@ def train_waveunet(workdir: str | Path, *, model: nn.Module | None = None,
     from labkit.checkpoint import load_checkpoint
     from labkit.core import device as default_device
     from labkit.core import fingerprint
-    from labkit.train import CosineToBudget, TimeBudget, Trainer
+    from labkit.train import TimeBudget, Trainer, budget_callbacks
 
     if minutes is None and max_steps is None:
         raise LabkitError("train_waveunet: give minutes or max_steps (or both) to say when to "
@@ -227,9 +227,7 @@ def train_waveunet(workdir: str | Path, *, model: nn.Module | None = None,
     # Stop once the wall-clock budget is spent; lower the rates along a cosine to min_lr_ratio
     # of themselves over the budget (time or steps, whichever runs out first).
     budget = TimeBudget(60.0 * minutes, finish=False) if minutes is not None else None
-    schedule = [budget] if budget is not None else []
-    if anneal:
-        schedule.append(CosineToBudget(budget, max_steps, min_lr_ratio))
+    schedule = budget_callbacks(budget, max_steps, anneal, min_lr_ratio)
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

@@ -61,7 +61,7 @@ from labkit.errors import CheckpointError, LabkitError
 from labkit.models import _plain, model_config
 
 __all__ = ["CosineToBudget", "History", "NonFiniteLossError", "TimeBudget", "TrainResult",
-           "Trainer", "evaluate_loss"]
+           "Trainer", "budget_callbacks", "evaluate_loss"]
 
 StepFn = Callable[[nn.Module, Any, torch.device], torch.Tensor]
 Callback = Callable[["Trainer", str, dict[str, Any]], None]
@@ -410,6 +410,17 @@ class CosineToBudget:
         factor = self.factor(self.fraction(trainer))
         for group, base in zip(trainer.optimizer.param_groups, trainer._base_lrs):
             group["lr"] = base * factor
+
+
+def budget_callbacks(budget: TimeBudget | None, max_steps: int | None = None,
+                     anneal: bool = False, min_lr_ratio: float = 0.0) -> list[Callback]:
+    """The Trainer callbacks of a budgeted run: ``budget`` (if any) ends it, and with ``anneal``
+    a :class:`CosineToBudget` lowers the rates to ``min_lr_ratio`` of themselves as the budget
+    (time and/or ``max_steps``) is spent."""
+    callbacks: list[Callback] = [budget] if budget is not None else []
+    if anneal:
+        callbacks.append(CosineToBudget(budget, max_steps, min_lr_ratio))
+    return callbacks
 
 
 @dataclass

@@ -226,7 +226,7 @@ def train_spec_unet(workdir: str | Path, *, model: SpecUNet | None = None,
     spent (:class:`labkit.train.CosineToBudget`). ``callbacks`` go to the Trainer.
     """
     from labkit.core import device as default_device
-    from labkit.train import CosineToBudget, Trainer
+    from labkit.train import Trainer, budget_callbacks
 
     if minutes is None and max_steps is None and epochs is None:
         raise LabkitError("train_spec_unet: give minutes, max_steps or epochs to say when to stop")
@@ -254,8 +254,7 @@ def train_spec_unet(workdir: str | Path, *, model: SpecUNet | None = None,
     if threads is not None:
         torch.set_num_threads(threads)
     budget = BudgetStop(60.0 * minutes, clock) if minutes is not None else None
-    schedule = [CosineToBudget(budget, max_steps, min_lr_ratio)] if anneal else []
-    extra = [budget] if budget is not None else []
+    schedule = budget_callbacks(budget, max_steps, anneal, min_lr_ratio)
     try:
         only_budget = max_steps is None and epochs is None
         trainer = Trainer(model, train_data, val_data=valid_data, step_fn=spec_unet_step,
@@ -264,7 +263,7 @@ def train_spec_unet(workdir: str | Path, *, model: SpecUNet | None = None,
                           device=device, ckpt_every=ckpt_every, val_every=val_every,
                           log_every=log_every, resume=resume, overwrite=overwrite, seed=seed,
                           tensorboard=tensorboard, progress=progress,
-                          callbacks=[*extra, *schedule, *callbacks])
+                          callbacks=[*schedule, *callbacks])
         if only_budget:
             trainer.total_steps = None  # the clock decides: no step total for the progress bar
         history = trainer.fit()
@@ -365,7 +364,8 @@ def evaluate_vocals(estimators: dict[str, Callable[[np.ndarray], Any] | nn.Modul
                     *, metrics: Sequence[str] = ("sdr", "si_sdr"), oracle: bool = True,
                     do_nothing: bool = True, sample_rate: int = SAMPLE_RATE,
                     n_fft: int = N_FFT, hop_length: int = HOP_LENGTH,
-                    progress: bool = True) -> dict[str, dict[str, Any]]:
+                    progress: bool = True, backend: str = "museval"
+                    ) -> dict[str, dict[str, Any]]:
     """Score separators on test tracks beside the IRM2 oracle and the do-nothing baseline.
 
     ``estimators``: name -> a Separator module (run through :func:`labkit.separate.separate`
@@ -373,7 +373,8 @@ def evaluate_vocals(estimators: dict[str, Callable[[np.ndarray], Any] | nn.Modul
     accompaniment). ``tracks``: from :func:`evaluation_tracks` (default: every test track of the
     built-in set). The oracle is the IRM2 mask with the same STFT as the model (``n_fft``,
     ``hop_length`` at ``sample_rate``). ``metrics``: ``"sdr"`` (museval, the MUSDB convention:
-    median over 1 s frames, then over tracks), ``"si_sdr"``, ``"sdr_fast"`` (whole signal).
+    median over 1 s frames, then over tracks; ``backend="direct"`` computes museval's numbers
+    without museval, in milliseconds), ``"si_sdr"``, ``"sdr_fast"`` (whole signal).
 
     Returns ``{metric: {method: evaluate_tracks result}}``; :func:`vocals_report` makes tables.
     """
@@ -403,7 +404,7 @@ def evaluate_vocals(estimators: dict[str, Callable[[np.ndarray], Any] | nn.Modul
             replay = iter(estimates)
             results[metric][name] = evaluate_tracks(
                 tracks, lambda mixture, _r=replay: next(_r), metric=metric, sr=sample_rate,
-                sources=SOURCES, progress=progress)
+                sources=SOURCES, progress=progress, backend=backend)
             results[metric][name]["oracle"] = uses_reference
     return results
 

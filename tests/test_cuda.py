@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from superres_support import tiny_training_config
 
 from labkit import finetune as ft
 from labkit import stems, superres
@@ -110,13 +111,7 @@ def test_superres_trains_and_upsamples_on_the_gpu(tmp_path):
         for i in range(2):
             sf.write(tmp_path / "data" / split / "high" / f"{i}.wav",
                      tones(0.6, 2, i, high_rate).T, high_rate)
-    config = superres.load_config(overrides={
-        "data": {"root": str(tmp_path / "data"), "segment_seconds": 0.2},
-        "model": {"n_fft": 256, "hop_length": 64, "channels": 8, "dilations": [1],
-                  "repeats": 1, "timesteps": 20},
-        "train": {"minutes": None, "batch_size": 2, "val_every": 2, "val_examples": 2,
-                  "num_workers": 0},
-    })
+    config = tiny_training_config(tmp_path / "data", minutes=None, val_every=2)
     result = superres.train_superres(tmp_path / "run", config, max_steps=4, progress=False)
     assert result.steps == 4 and np.isfinite(result.history["train_loss"]).all()
     assert next(result.model.parameters()).is_cuda

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from superres_support import tiny_training_config
 
 from labkit import superres
 from labkit.audio import loudness, resample
@@ -283,13 +284,7 @@ def test_cli_upsample(tmp_path, capsys):
 
 def test_training_runs_saves_and_resumes(tmp_path):
     write_pair_folder(tmp_path / "data")
-    config = superres.load_config(overrides={
-        "data": {"root": str(tmp_path / "data"), "segment_seconds": 0.2},
-        "model": {"n_fft": 256, "hop_length": 64, "channels": 8, "dilations": [1],
-                  "repeats": 1, "timesteps": 20},
-        "train": {"minutes": None, "batch_size": 2, "val_every": 2, "val_examples": 2,
-                  "num_workers": 0},
-    })
+    config = tiny_training_config(tmp_path / "data", minutes=None, val_every=2)
     result = superres.train_superres(tmp_path / "run", config, max_steps=4, progress=False)
     assert result.steps == 4 and result.stopped_by == "max_steps"
     assert (tmp_path / "run" / "best.pt").is_file() and (tmp_path / "run" / "final.pt").is_file()
@@ -302,12 +297,7 @@ def test_training_runs_saves_and_resumes(tmp_path):
 
 def test_a_spent_budget_stops_training_and_is_not_trained_again(tmp_path):
     write_pair_folder(tmp_path / "data")
-    config = superres.load_config(overrides={
-        "data": {"root": str(tmp_path / "data"), "segment_seconds": 0.2},
-        "model": {"n_fft": 256, "hop_length": 64, "channels": 8, "dilations": [1],
-                  "repeats": 1, "timesteps": 20},
-        "train": {"batch_size": 2, "val_every": 1000, "val_examples": 2, "num_workers": 0},
-    })
+    config = tiny_training_config(tmp_path / "data", val_every=1000)
     first = superres.train_superres(tmp_path / "run", config, minutes=1e-6, progress=False)
     assert first.stopped_by == "budget" and first.steps == 5  # stops at the first log
     assert first.checkpoint is not None and first.checkpoint.is_file()
