@@ -129,7 +129,9 @@ class Scorer:
 
 def headline(part: str, medians: dict[str, float]) -> float:
     """Vocals SDR (notebook 02) or the mean over the four stems (notebook 03)."""
-    return medians["vocals"] if part == "spec" else float(np.mean(list(medians.values())))
+    from labkit.stems import mean_sdr
+
+    return medians["vocals"] if part == "spec" else mean_sdr({"median": medians})
 
 
 # ---------------------------------------------------------------------------------- one job
